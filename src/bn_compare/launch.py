@@ -1,0 +1,174 @@
+"""How runs are launched: directory names, checks before launch, and the end of a sweep.
+
+- ``unique_dir`` and ``run_name`` are OmegaConf resolvers used by ``conf/config.yaml``:
+  run directories never collide and sweep runs are named by their values
+  (``model=lenet5,bn=true,batch_size=64``), never by job number.
+- ``Preflight`` is a Hydra callback that checks every job of a run or sweep
+  before Hydra creates any directory; a bad value gets one line and exit 2.
+- ``run_job`` wraps one training run so that a failing job of a sweep is
+  recorded and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def unique_dir(path: str) -> str:
+    """The first of ``path``, ``path_2``, ``path_3``... that did not exist, reserved by creating it.
+
+    ``mkdir`` without ``exist_ok`` is atomic, so two commands started in the same
+    second still get different directories.
+    """
+    candidate, n = Path(path), 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return str(candidate)
+        except FileExistsError:
+            n += 1
+            candidate = Path(f"{path}_{n}")
+
+
+def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig | list) -> str:
+    """A sweep run's directory name: its overrides in command-line order, ``key=value,...``."""
+    skip = set(exclude or [])
+    parts = []
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key in skip or key.startswith("hydra."):
+            continue
+        parts.append(f"{key}={value.replace('/', '_')}")
+    name = ",".join(parts) or "default"
+    # Two jobs can differ only in an excluded key: keep both.
+    candidate, n = name, 1
+    while (Path(sweep_dir) / candidate).exists():
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def register_resolvers() -> None:
+    for name, fn in (("unique_dir", unique_dir), ("run_name", run_name)):
+        if not OmegaConf.has_resolver(name):
+            # Cached: resolving the same node again must not pick yet another name.
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One readable line on stderr and a non-zero exit."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def job_overrides(config: DictConfig, config_loader: Any = None) -> list[list[str]]:
+    """The override lists of every job a multirun will launch (basic sweeper semantics)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    if params:
+        arguments = [f"{k}={v}" for k, v in params.items()] + arguments
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def check_job(cfg: DictConfig, model_name: str | None) -> None:
+    from bn_compare.validate import ConfigError, check
+
+    try:
+        check(cfg, model_name)
+    except ConfigError as err:
+        fail(str(err))
+
+
+class Preflight(Callback):
+    """Check every job's config before Hydra creates a directory or trains anything."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        check_job(task, config.hydra.runtime.choices.get("model"))
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kw) -> None:
+        from hydra import compose
+        from hydra.errors import HydraException
+
+        try:
+            jobs = job_overrides(config)
+        except HydraException as err:
+            fail(str(err).splitlines()[0])
+        for overrides in jobs:
+            try:
+                cfg = compose(
+                    config_name=config_name, overrides=overrides, return_hydra_config=True
+                )
+            except HydraException as err:
+                fail(_composition_message(err))
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            check_job(task, cfg.hydra.runtime.choices.get("model"))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        from bn_compare.report.results import failed_runs
+
+        failures = failed_runs(sweep_dir)
+        try:
+            from bn_compare.report import write_report
+
+            write_report([sweep_dir], sweep_dir)
+            log.info("Sweep report written to %s", sweep_dir / "summary.md")
+        except Exception as err:  # the report must never hide the runs' own outcome
+            log.error("Could not write the sweep report: %s", err)
+        if failures:
+            for name, error in failures:
+                print(f"failed: {name}: {error}", file=sys.stderr)
+            fail(f"{len(failures)} job(s) of the sweep in {sweep_dir} failed", code=1)
+
+
+def _composition_message(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].startswith("Available options"):
+        return f"{lines[0]} (known: {', '.join(lines[2:])})"
+    return lines[0] if lines else repr(err)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """One training run. In a sweep, a failure is recorded and the sweep goes on."""
+    from bn_compare.training.run import train, write_result
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = dict(hydra_cfg.runtime.choices)
+    overrides = list(hydra_cfg.overrides.task)
+    multirun = hydra_cfg.mode.name == "MULTIRUN"
+    try:
+        result = train(cfg, run_dir, choices, overrides)
+    except Exception as err:
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        write_result(
+            run_dir,
+            {
+                "status": "failed",
+                "error": f"{type(err).__name__}: {first_line}",
+                "traceback": traceback.format_exc(),
+                "overrides": overrides,
+            },
+        )
+        if not multirun:
+            raise
+        log.error("Job %s failed: %s", run_dir.name, first_line)
+        return None
+    return result["metrics"].get("val/acc_best")

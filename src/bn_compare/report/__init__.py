@@ -1,0 +1,1 @@
+"""The sweep report: what the runs of one or more sweep directories add up to."""

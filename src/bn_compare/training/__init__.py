@@ -1,0 +1,1 @@
+"""Training: the LightningModule every architecture shares, and one run from a config."""

@@ -1,0 +1,152 @@
+"""Train and test one arm of a comparison from a composed config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from bn_compare.data import MNISTDataModule
+from bn_compare.models import build_model, input_shape
+from bn_compare.training.module import Classifier
+
+log = logging.getLogger(__name__)
+
+# Final metrics shown in TensorBoard's HPARAMS tab and written to result.json.
+FINAL_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc", "test/loss", "train/loss_epoch")
+
+
+def build_datamodule(cfg: DictConfig) -> MNISTDataModule:
+    data = cfg.data
+    return MNISTDataModule(
+        dataset=data.dataset,
+        root=data.root,
+        batch_size=cfg.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        val_size=data.val_size,
+        input_shape=input_shape(cfg.model),
+        normalize=OmegaConf.to_container(data.normalize) if data.get("normalize") else None,
+        seed=cfg.seed,
+        shuffle=data.shuffle,
+        download=False,
+        on_device=data.on_device,
+        num_workers=data.num_workers,
+        dataset_args=OmegaConf.to_container(data.dataset_args)
+        if data.get("dataset_args")
+        else None,
+        limit_train=data.get("limit_train"),
+    )
+
+
+def hparams(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> dict[str, Any]:
+    """The hyperparameters a run is compared by: the usual ones plus anything overridden."""
+    params: dict[str, Any] = {
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "optimizer": choices.get("optimizer"),
+        "bn": cfg.bn,
+        "bn_position": cfg.bn_position,
+        "norm": cfg.norm,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "lr": cfg.optimizer.lr,
+    }
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in params or key.startswith("hydra.") or key in choices:
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, bool | int | float | str):
+            params[key] = value
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return float(value) if value is not None else None
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str]) -> dict:
+    """Fit, test with the best checkpoint, and record the run; returns the result record."""
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model_name = choices.get("model", "model")
+    net = build_model(
+        cfg.model,
+        bn=cfg.bn,
+        bn_position=cfg.bn_position,
+        norm=cfg.norm,
+        num_classes=cfg.data.num_classes,
+        seed=cfg.seed,
+        name=model_name,
+    )
+    module = Classifier(net, instantiate(cfg.optimizer), num_classes=cfg.data.num_classes)
+    datamodule = build_datamodule(cfg)
+
+    tensorboard = TensorBoardLogger(save_dir=run_dir, name="", version="", default_hp_metric=False)
+    csv = CSVLogger(save_dir=run_dir, name="", version="")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks = [checkpoint, ModelSummary(max_depth=2), TQDMProgressBar(cfg.progress_refresh)]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
+
+    trainer.fit(module, datamodule=datamodule)
+    metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+    best = checkpoint.best_model_path or None
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+    metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
+
+    params = hparams(cfg, choices, overrides)
+    final = {k: metrics[k] for k in FINAL_METRICS if metrics.get(k) is not None}
+    _write_hparams(tensorboard, params, final)
+    result = {
+        "status": "ok",
+        "params": params,
+        "overrides": overrides,
+        "metrics": {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "best_checkpoint": best,
+        "wall_time_s": round(time.time() - started, 3),
+    }
+    write_result(run_dir, result)
+    return result
+
+
+def _write_hparams(logger: TensorBoardLogger, params: dict[str, Any], metrics: dict) -> None:
+    """Declare the run's hyperparameters and final metrics for TensorBoard's HPARAMS tab.
+
+    The metric values shown there are read from the run's own scalar curves, so
+    nothing is logged here besides the declaration (no ``hp_metric`` placeholder).
+    """
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams_summary(params, metrics):
+        writer.add_summary(summary)
+    logger.experiment.flush()
+
+
+def write_result(run_dir: Path, result: dict) -> None:
+    """Write ``result.json`` atomically, so a reader never sees half a record."""
+    path = Path(run_dir) / "result.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,29 @@
+"""Train networks with and without batch normalization.
+
+python train.py -m model=lenet5 bn=true,false batch_size=32,64,128
+python train.py --models        # the available architectures and their sizes
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from bn_compare.launch import register_resolvers, run_job
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    if "--models" in sys.argv[1:]:
+        from bn_compare.models.catalog import print_catalog
+
+        print_catalog(Path(__file__).parent / "conf")
+    else:
+        main()
