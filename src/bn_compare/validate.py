@@ -108,7 +108,7 @@ def check_data(cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
     if data.val_size >= n:
         raise ConfigError(
-            f"data.val_size must be smaller than the {n:,}-image training split, got {data.val_size}"
+            f"data.val_size must be below the {n:,}-image training split, got {data.val_size}"
         )
     train_n = n - data.val_size
     if data.get("limit_train"):
