@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -40,18 +41,33 @@ def unique_dir(path: str) -> str:
             candidate = Path(f"{path}_{n}")
 
 
+# Set by the sweep's preflight (in the launching process, inherited by job processes):
+# the keys that vary across the sweep's jobs.
+SWEPT_KEYS_ENV = "BN_COMPARE_SWEPT_KEYS"
+# Always part of a run's name when given: the architecture is what a comparison is about.
+NAMED_KEYS = ("model",)
+
+
 def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig | list) -> str:
-    """A sweep run's directory name: its overrides in command-line order, ``key=value,...``."""
+    """A sweep run's directory name: ``key=value,...`` in command-line order.
+
+    It holds the swept keys (and the model), so the six runs of the mission
+    command are ``model=lenet5,bn=true,batch_size=64`` and so on, whatever fixed
+    options were added. Outside a checked sweep every override is used.
+    """
+    swept = os.environ.get(SWEPT_KEYS_ENV)
+    keep = set(swept.split(",")) | set(NAMED_KEYS) if swept is not None else None
     skip = set(exclude or [])
     parts = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key in skip or key.startswith("hydra."):
+        if key in skip or key.startswith("hydra.") or (keep is not None and key not in keep):
             continue
+        value = {"True": "true", "False": "false"}.get(value, value)
         parts.append(f"{key}={value.replace('/', '_')}")
     name = ",".join(parts) or "default"
-    # Two jobs can differ only in an excluded key: keep both.
+    # Two jobs can differ only in an unnamed key: keep both.
     candidate, n = name, 1
     while (Path(sweep_dir) / candidate).exists():
         n += 1
@@ -86,6 +102,16 @@ def job_overrides(config: DictConfig, config_loader: Any = None) -> list[list[st
     return [list(job) for batch in batches for job in batch]
 
 
+def swept_keys(jobs: list[list[str]]) -> list[str]:
+    """Keys whose value differs between jobs, in command-line order."""
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    return [key for key, seen in values.items() if len(seen) > 1]
+
+
 def check_job(cfg: DictConfig, model_name: str | None) -> None:
     from bn_compare.validate import ConfigError, check
 
@@ -110,6 +136,7 @@ class Preflight(Callback):
             jobs = job_overrides(config)
         except HydraException as err:
             fail(str(err).splitlines()[0])
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(jobs))
         for overrides in jobs:
             try:
                 cfg = compose(

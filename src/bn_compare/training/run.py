@@ -106,7 +106,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
         save_last=True,
         auto_insert_metric_name=False,
     )
-    callbacks = [checkpoint, ModelSummary(max_depth=2), TQDMProgressBar(cfg.progress_refresh)]
+    callbacks = [checkpoint, ModelSummary(max_depth=2)]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(cfg.progress_refresh))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
 
     trainer.fit(module, datamodule=datamodule)
