@@ -2,6 +2,7 @@
 
 from bn_compare.data.datamodule import (
     DataError,
+    DeviceBatches,
     EpochBatchSampler,
     MNISTDataModule,
     load_split,
@@ -11,6 +12,7 @@ from bn_compare.data.datamodule import (
 
 __all__ = [
     "DataError",
+    "DeviceBatches",
     "EpochBatchSampler",
     "MNISTDataModule",
     "load_split",

@@ -57,7 +57,8 @@ def load_split(
         if missing or "not found" in str(err).lower():
             hint = "; download failed (no network?)" if download else ""
             raise DataError(
-                f"{name} not found in {folder} (needs {', '.join(names) or 'its raw files'}){hint}. "
+                f"{name} not found in {folder} "
+                f"(needs {', '.join(names) or 'its raw files'}){hint}. "
                 f"Put the files there, or point data.root (or BN_COMPARE_DATA) at a folder "
                 f"holding {cls.__name__}/raw/"
             ) from None
@@ -156,6 +157,28 @@ class TensorBatches(torch.utils.data.Dataset):
         return len(self.y)
 
 
+class DeviceBatches:
+    """Batches cut from tensors already on the training device, without a DataLoader.
+
+    The epoch's order comes from the same ``EpochBatchSampler`` as the DataLoader
+    path (so the batches are identical for the same seed), computed on the CPU and
+    sent to the device once per epoch; each batch is then one gather on the device,
+    with no per-batch host work or transfer. ``sampler`` is where Lightning finds
+    ``set_epoch``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: EpochBatchSampler):
+        self.x, self.y, self.sampler = x, y, sampler
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.sampler.order().to(self.x.device)
+        for idx in order.split(self.sampler.batch_size):
+            yield self.x[idx], self.y[idx]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class MNISTDataModule(L.LightningDataModule):
     """Train/val/test loaders for any MNIST-format torchvision dataset."""
 
@@ -206,7 +229,9 @@ class MNISTDataModule(L.LightningDataModule):
         if self.limit_train:
             train_idx = train_idx[: self.limit_train]
         x = preprocess(images, self.input_shape, self.normalize)
-        test_images, test_labels = load_split(self.dataset, self.root, False, False, self.dataset_args)
+        test_images, test_labels = load_split(
+            self.dataset, self.root, False, False, self.dataset_args
+        )
         self.tensors = {
             "train": (x[train_idx], labels[train_idx]),
             "val": (x[val_idx], labels[val_idx]),
@@ -217,29 +242,33 @@ class MNISTDataModule(L.LightningDataModule):
             self.world_size = self.trainer.world_size
             if self.on_device:
                 device = self.trainer.strategy.root_device
-                self.tensors = {k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()}
+                self.tensors = {
+                    k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()
+                }
 
     def split_size(self, split: str) -> int:
         return len(self.tensors[split][1])
 
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | DeviceBatches:
         x, y = self.tensors[split]
         sampler = EpochBatchSampler(
             len(y), batch_size, shuffle, self.seed, self.rank, self.world_size
         )
+        if self.on_device:
+            return DeviceBatches(x, y, sampler)
         return DataLoader(
             TensorBatches(x, y),
             batch_size=None,
             sampler=sampler,
-            num_workers=0 if self.on_device else self.num_workers,
-            persistent_workers=self.num_workers > 0 and not self.on_device,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self.loader("train", self.batch_size, self.shuffle)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self.loader("val", self.eval_batch_size, False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self.loader("test", self.eval_batch_size, False)

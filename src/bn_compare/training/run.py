@@ -19,7 +19,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from bn_compare.data import MNISTDataModule
 from bn_compare.models import build_model, input_shape
-from bn_compare.training.module import Classifier
+from bn_compare.training.module import Classifier, configure_speed
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,17 @@ def _scalar(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str]) -> dict:
-    """Fit, test with the best checkpoint, and record the run; returns the result record."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict[str, str],
+    overrides: list[str],
+    extra_callbacks: list[L.Callback] | None = None,
+) -> dict:
+    """Fit, test with the best checkpoint, and record the run; returns the result record.
+
+    ``extra_callbacks`` are added to the trainer's own (the benchmark's step timer uses it).
+    """
     started = time.time()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model_name = choices.get("model", "model")
@@ -94,6 +103,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
         name=model_name,
     )
     module = Classifier(net, instantiate(cfg.optimizer), num_classes=cfg.data.num_classes)
+    configure_speed(module, cfg.get("perf"))
     datamodule = build_datamodule(cfg)
 
     tensorboard = TensorBoardLogger(save_dir=run_dir, name="", version="", default_hp_metric=False)
@@ -109,6 +119,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
     callbacks = [checkpoint, ModelSummary(max_depth=2)]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(cfg.progress_refresh))
+    callbacks.extend(extra_callbacks or [])
     trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
 
     trainer.fit(module, datamodule=datamodule)
