@@ -167,6 +167,8 @@ class DeviceBatches:
     ``set_epoch``.
     """
 
+    batch_sampler = None  # what Lightning inspects on a DataLoader
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: EpochBatchSampler):
         self.x, self.y, self.sampler = x, y, sampler
 
@@ -211,6 +213,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.rank, self.world_size = 0, 1
 
     def prepare_data(self) -> None:
+        if not self.download:
+            return  # nothing to fetch; setup() reads the files and says what is missing
         for train in (True, False):
             load_split(self.dataset, self.root, train, self.download, self.dataset_args)
 
@@ -228,15 +232,18 @@ class MNISTDataModule(L.LightningDataModule):
         val_idx, train_idx = split[: self.val_size], split[self.val_size :]
         if self.limit_train:
             train_idx = train_idx[: self.limit_train]
-        x = preprocess(images, self.input_shape, self.normalize)
+        # Split the uint8 images first, then preprocess each part (per-image operations,
+        # so the result is the same): the float copy of the whole split never exists,
+        # which keeps peak memory a few hundred MB lower.
+        self.tensors = {
+            "train": (self._prepare(images[train_idx]), labels[train_idx]),
+            "val": (self._prepare(images[val_idx]), labels[val_idx]),
+        }
+        del images
         test_images, test_labels = load_split(
             self.dataset, self.root, False, False, self.dataset_args
         )
-        self.tensors = {
-            "train": (x[train_idx], labels[train_idx]),
-            "val": (x[val_idx], labels[val_idx]),
-            "test": (preprocess(test_images, self.input_shape, self.normalize), test_labels),
-        }
+        self.tensors["test"] = (self._prepare(test_images), test_labels)
         if self.trainer is not None:
             self.rank = self.trainer.global_rank
             self.world_size = self.trainer.world_size
@@ -245,6 +252,9 @@ class MNISTDataModule(L.LightningDataModule):
                 self.tensors = {
                     k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()
                 }
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return preprocess(images, self.input_shape, self.normalize)
 
     def split_size(self, split: str) -> int:
         return len(self.tensors[split][1])
