@@ -125,9 +125,10 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._train_sums is not None and self._train_count:
             # Batch-size weighted means, as Lightning's own on_epoch reduction computes them.
-            loss_sum, correct = (self._train_sums / self._train_count).unbind()
-            self.log("train/loss_epoch", loss_sum, on_epoch=True, prog_bar=True)
-            self.log("train/acc", correct, on_epoch=True)
+            loss_mean, acc = (self._train_sums / self._train_count).unbind()
+            sync = self.trainer.world_size > 1  # once per epoch: cheap
+            self.log("train/loss_epoch", loss_mean, on_epoch=True, prog_bar=True, sync_dist=sync)
+            self.log("train/acc", acc, on_epoch=True, sync_dist=sync)
         self._train_sums, self._train_count = None, 0
         # Wall time of the whole epoch, validation included.
         self.log("time/epoch", time.perf_counter() - self._epoch_started, on_epoch=True)
