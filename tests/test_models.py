@@ -186,3 +186,10 @@ def test_target_model_gets_the_contract_arguments():
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     plain = build_model(cfg.model, bn=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_validation_lists_agree_with_the_builder():
+    from bn_compare import validate
+    from bn_compare.models import builder
+
+    assert validate.NORMS == builder.NORMS and validate.BN_POSITIONS == builder.BN_POSITIONS

@@ -112,11 +112,11 @@ def swept_keys(jobs: list[list[str]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
-def check_job(cfg: DictConfig, model_name: str | None) -> None:
+def check_job(cfg: DictConfig, model_name: str | None, data: bool = True) -> None:
     from bn_compare.validate import ConfigError, check
 
     try:
-        check(cfg, model_name)
+        check(cfg, model_name, data=data)
     except ConfigError as err:
         fail(str(err))
 
@@ -137,6 +137,7 @@ class Preflight(Callback):
         except HydraException as err:
             fail(str(err).splitlines()[0])
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(jobs))
+        tasks = []
         for overrides in jobs:
             try:
                 cfg = compose(
@@ -145,7 +146,12 @@ class Preflight(Callback):
             except HydraException as err:
                 fail(_composition_message(err))
             task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            check_job(task, cfg.hydra.runtime.choices.get("model"))
+            model = cfg.hydra.runtime.choices.get("model")
+            check_job(task, model, data=False)
+            tasks.append((task, model))
+        # Data last: every value of every job is checked before anything is downloaded.
+        for task, model in tasks:
+            check_job(task, model)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -166,10 +172,17 @@ class Preflight(Callback):
 
 
 def _composition_message(err: Exception) -> str:
+    """Hydra's composition error on one line: the problem and the known options."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return repr(err)
+    options: list[str] = []
     if len(lines) > 1 and lines[1].startswith("Available options"):
-        return f"{lines[0]} (known: {', '.join(lines[2:])})"
-    return lines[0] if lines else repr(err)
+        for line in lines[2:]:
+            if line.startswith("Config search path"):
+                break
+            options.append(line)
+    return f"{lines[0]} (known: {', '.join(options)})" if options else lines[0]
 
 
 def run_job(cfg: DictConfig) -> float | None:

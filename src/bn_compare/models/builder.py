@@ -34,6 +34,7 @@ LAYER_ARGS = {
     "avgpool": {"kernel", "stride", "padding"},
     "dropout": {"p"},
 }
+# Also listed in validate.py, which must not import torch.
 NORMS = ("batch", "group", "layer", "instance")
 BN_POSITIONS = ("before", "after")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
