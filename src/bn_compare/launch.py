@@ -137,11 +137,15 @@ class Preflight(Callback):
         except HydraException as err:
             fail(str(err).splitlines()[0])
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(jobs))
+        # hydra.* overrides (such as hydra.searchpath) apply to every job's composition.
+        hydra_overrides = list(config.hydra.overrides.hydra)
         tasks = []
         for overrides in jobs:
             try:
                 cfg = compose(
-                    config_name=config_name, overrides=overrides, return_hydra_config=True
+                    config_name=config_name,
+                    overrides=hydra_overrides + overrides,
+                    return_hydra_config=True,
                 )
             except HydraException as err:
                 fail(_composition_message(err))
