@@ -44,6 +44,8 @@ def unique_dir(path: str) -> str:
 # Set by the sweep's preflight (in the launching process, inherited by job processes):
 # the keys that vary across the sweep's jobs.
 SWEPT_KEYS_ENV = "BN_COMPARE_SWEPT_KEYS"
+# Set by ``resume=<dir>``: the run or sweep directory being continued.
+RESUME_ENV = "BN_COMPARE_RESUME"
 # Always part of a run's name when given: the architecture is what a comparison is about.
 NAMED_KEYS = ("model",)
 
@@ -67,6 +69,8 @@ def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig |
         value = {"True": "true", "False": "false"}.get(value, value)
         parts.append(f"{key}={value.replace('/', '_')}")
     name = ",".join(parts) or "default"
+    if os.environ.get(RESUME_ENV):
+        return name  # resuming a sweep: each job goes back to the directory it had
     # Two jobs can differ only in an unnamed key: keep both.
     candidate, n = name, 1
     while (Path(sweep_dir) / candidate).exists():
@@ -80,6 +84,34 @@ def register_resolvers() -> None:
         if not OmegaConf.has_resolver(name):
             # Cached: resolving the same node again must not pick yet another name.
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Turn ``resume=<dir>`` into the arguments that continue that run or sweep in place.
+
+    The original overrides are read back from the directory; finished runs are
+    skipped and unfinished ones continue from their last checkpoint.
+    """
+    found = [a for a in argv if a.startswith("resume=")]
+    if not found:
+        return argv
+    path = Path(found[-1].split("=", 1)[1]).resolve()
+    rest = [a for a in argv if not a.startswith("resume=") and a not in ("-m", "--multirun")]
+    if (path / "multirun.yaml").is_file():
+        hydra_cfg = OmegaConf.load(path / "multirun.yaml").hydra
+        task, fixed, dir_key = list(hydra_cfg.overrides.task), ["-m"], "hydra.sweep.dir"
+    elif (path / ".hydra" / "hydra.yaml").is_file():
+        hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml").hydra
+        task, fixed, dir_key = list(hydra_cfg.overrides.task), [], "hydra.run.dir"
+    else:
+        fail(f"resume={path}: not a run or sweep directory (no .hydra/hydra.yaml or multirun.yaml)")
+    hydra_overrides = [
+        o
+        for o in hydra_cfg.overrides.hydra
+        if not o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    os.environ[RESUME_ENV] = str(path)
+    return [*fixed, *task, *hydra_overrides, f"{dir_key}={path}", *rest]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -127,6 +159,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         check_job(task, config.hydra.runtime.choices.get("model"))
+        _reserve_output_dir(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kw) -> None:
         from hydra import compose
@@ -156,6 +189,7 @@ class Preflight(Callback):
         # Data last: every value of every job is checked before anything is downloaded.
         for task, model in tasks:
             check_job(task, model)
+        _reserve_output_dir(config, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -175,6 +209,19 @@ class Preflight(Callback):
             fail(f"{len(failures)} job(s) of the sweep in {sweep_dir} failed", code=1)
 
 
+def _reserve_output_dir(config: DictConfig, key: str) -> None:
+    """Create the run or sweep directory now, the last check, so a failure is one line."""
+    try:
+        path = Path(str(OmegaConf.select(config, key)))
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except Exception as err:
+        cause = err.__cause__ or err
+        fail(f"cannot write the output directory ({key}): {cause}")
+
+
 def _composition_message(err: Exception) -> str:
     """Hydra's composition error on one line: the problem and the known options."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -191,28 +238,52 @@ def _composition_message(err: Exception) -> str:
 
 def run_job(cfg: DictConfig) -> float | None:
     """One training run. In a sweep, a failure is recorded and the sweep goes on."""
-    from bn_compare.training.run import train, write_result
+    from bn_compare.training.run import train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = dict(hydra_cfg.runtime.choices)
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode.name == "MULTIRUN"
+    resume = bool(os.environ.get(RESUME_ENV))
+    if resume:
+        previous = _previous_result(run_dir)
+        if previous.get("status") in ("ok", "diverged"):
+            log.info("Skipping %s: it already finished (%s)", run_dir, previous["status"])
+            return previous.get("metrics", {}).get("val/acc_best")
     try:
-        result = train(cfg, run_dir, choices, overrides)
+        result = train(cfg, run_dir, choices, overrides, resume=resume)
     except Exception as err:
         first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        write_result(
-            run_dir,
-            {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {first_line}",
-                "traceback": traceback.format_exc(),
-                "overrides": overrides,
-            },
-        )
+        _record_failure(run_dir, overrides, "failed", f"{type(err).__name__}: {first_line}")
         if not multirun:
             raise
         log.error("Job %s failed: %s", run_dir.name, first_line)
         return None
+    except BaseException:  # Ctrl-C or a termination signal: resumable, so say so
+        _record_failure(run_dir, overrides, "interrupted", "interrupted; continue with resume=")
+        raise
     return result["metrics"].get("val/acc_best")
+
+
+def _previous_result(run_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_failure(run_dir: Path, overrides: list[str], status: str, error: str) -> None:
+    from bn_compare.training.run import write_result
+
+    write_result(
+        run_dir,
+        {
+            "status": status,
+            "error": error,
+            "traceback": traceback.format_exc(),
+            "overrides": overrides,
+        },
+    )
