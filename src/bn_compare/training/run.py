@@ -94,6 +94,9 @@ def train(
     (the end of the last finished epoch) when there is one.
     """
     started = time.time()
+    # Lightning's messages reach the console and the run's log through Hydra's handlers;
+    # its own console handler would print each of them a second time.
+    logging.getLogger("lightning").handlers.clear()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model_name = choices.get("model", "model")
     net = build_model(
