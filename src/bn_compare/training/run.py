@@ -109,6 +109,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
     callbacks = [checkpoint, ModelSummary(max_depth=2)]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(cfg.progress_refresh))
+    if cfg.get("activations") and cfg.activations.get("enabled"):
+        from bn_compare.training.activations import ActivationStats
+
+        callbacks.append(ActivationStats.from_config(cfg.activations))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
 
     trainer.fit(module, datamodule=datamodule)
