@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bn_compare.report.results import Curve, Run  # noqa: E402
 from bn_compare.report.summary import ConfigRow  # noqa: E402
@@ -59,6 +60,20 @@ def _grid(panels: int, columns: int | None = None, sharey: bool | str = False):
     return fig, flat[:panels]
 
 
+def smooth(curve: Curve, points: int = 60) -> Curve:
+    """A trailing moving average leaving about ``points`` windows; short curves are kept."""
+    k = max(1, len(curve) // points)
+    if k == 1:
+        return curve
+    values, total, out = curve.values, 0.0, []
+    for i, v in enumerate(values):
+        total += v
+        if i >= k:
+            total -= values[i - k]
+        out.append(total / min(i + 1, k))
+    return Curve(curve.steps, curve.epochs, out)
+
+
 def band(curves: list[Curve], x: Callable[[Curve, int], float]):
     """x values and the mean, min and max over curves at each x (curves need not align)."""
     at: dict[float, list[float]] = defaultdict(list)
@@ -100,6 +115,7 @@ def _curves_plot(
     ylabel: str,
     title: str,
     logy: bool = False,
+    smoothing: bool = False,
 ) -> bool:
     if not any(
         r.metrics.get(metric) for _, arms in groups for row in arms.values() for r in _ok_runs(row)
@@ -110,6 +126,9 @@ def _curves_plot(
         for bn, name, color in ARMS:
             runs = _ok_runs(arms.get(bn))
             curves = [r.metrics[metric] for r in runs if r.metrics.get(metric)]
+            if smoothing and any(not all(map(math.isfinite, c.values)) for c in curves):
+                smoothing = False
+            curves = [smooth(c) for c in curves] if smoothing else curves
             if not curves:
                 continue
             xs, mean, lo, hi = band(curves, x)
@@ -117,6 +136,7 @@ def _curves_plot(
             if len(curves) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
         ax.set_title(label(values), fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logy:
@@ -124,7 +144,7 @@ def _curves_plot(
         ax.grid(True, alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
-    fig.suptitle(f"{title} (shaded: min to max over seeds)")
+    fig.suptitle(f"{title}\n(mean over seeds; shaded: min to max)", fontsize=11)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return True
@@ -137,9 +157,10 @@ def plot_train_loss(path: Path, groups) -> bool:
         "train/loss_step",
         lambda c, i: c.steps[i] + 1,
         "training step",
-        "training loss (per step)",
+        "training loss (moving average)",
         "Training loss vs step",
         logy=True,
+        smoothing=True,
     )
 
 
@@ -220,7 +241,7 @@ def plot_acc_vs_batch_size(path: Path, rows: list[ConfigRow], keys: list[str]) -
         ax.grid(True, alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
-    fig.suptitle("Accuracy vs batch size (mean over seeds, bars: ±1 std)")
+    fig.suptitle("Accuracy vs batch size\n(mean over seeds; bars: ±1 std)", fontsize=11)
     if drew:
         fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -289,6 +310,7 @@ def plot_activations(path: Path, groups) -> str | None:
                 if len(curves) > 1:
                     ax.fill_between(xs, lo, hi, color="grey", alpha=0.25, lw=0)
             ax.set_title(f"{name}, {label(values)}", fontsize=10)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
             ax.set_xlabel("training step")
             ax.set_ylabel("pre-activation value")
             ax.grid(True, alpha=0.3)
@@ -296,7 +318,7 @@ def plot_activations(path: Path, groups) -> str | None:
                 ax.legend(fontsize=8, title="percentile", title_fontsize=8)
             else:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"Input to the activation: 15th/50th/85th percentiles of {prefix}")
+    fig.suptitle(f"Input to the activation: 15th/50th/85th percentiles\nof {prefix}", fontsize=11)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return prefix

@@ -424,7 +424,8 @@ def markdown(report: Report) -> str:
         out += ["## Figures", ""]
         captions = {
             "train_loss": "Training loss vs step, BN and no BN overlaid (mean over seeds, "
-            "shaded min to max), one panel per setting.",
+            "shaded min to max), one panel per setting; each run's logged per-step loss is "
+            "smoothed by a trailing moving average over 1/60 of its points.",
             "val_acc_epoch": "Validation accuracy vs epoch.",
             "val_acc_step": "Validation accuracy vs training step.",
             "acc_batch": "Final validation and test accuracy vs batch size (mean ± std).",
