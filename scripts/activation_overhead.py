@@ -12,9 +12,11 @@ the measured step. Prints the mean step time of both and the overhead.
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -78,6 +80,8 @@ def run(model: str, batch_size: int, steps: int, every: int | None, unit: int | 
 
 
 def main() -> None:
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--batch-size", type=int, default=64)
