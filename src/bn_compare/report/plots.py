@@ -60,8 +60,11 @@ def _grid(panels: int, columns: int | None = None, sharey: bool | str = False):
     return fig, flat[:panels]
 
 
-def smooth(curve: Curve, points: int = 60) -> Curve:
-    """A trailing moving average leaving about ``points`` windows; short curves are kept."""
+def smooth(curve: Curve, points: int = 60, keep: int = 300) -> Curve:
+    """A trailing moving average leaving about ``points`` windows, thinned to ``keep`` points.
+
+    Short curves are returned as they are.
+    """
     k = max(1, len(curve) // points)
     if k == 1:
         return curve
@@ -71,7 +74,15 @@ def smooth(curve: Curve, points: int = 60) -> Curve:
         if i >= k:
             total -= values[i - k]
         out.append(total / min(i + 1, k))
-    return Curve(curve.steps, curve.epochs, out)
+    stride = max(1, len(out) // keep)
+    picked = [*range(0, len(out), stride)]
+    if picked[-1] != len(out) - 1:
+        picked.append(len(out) - 1)
+    return Curve(
+        [curve.steps[i] for i in picked],
+        [curve.epochs[i] for i in picked] if curve.epochs else [],
+        [out[i] for i in picked],
+    )
 
 
 def band(curves: list[Curve], x: Callable[[Curve, int], float]):
@@ -250,14 +261,24 @@ def plot_acc_vs_batch_size(path: Path, rows: list[ConfigRow], keys: list[str]) -
 
 def activation_scalars(run: Run) -> dict[str, list[tuple[int, float]]]:
     """The ``activations/...`` scalars of a run, read from its TensorBoard event files."""
-    if not any(run.path.glob("events.out.tfevents.*")):
-        return {}
+    if not _activations_enabled(run.path) or not any(run.path.glob("events.out.tfevents.*")):
+        return {}  # nothing to find: skip reading the event files
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run.path), size_guidance={"scalars": 0})
     events.Reload()
     tags = [t for t in events.Tags().get("scalars", []) if t.startswith("activations/")]
     return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags}
+
+
+def _activations_enabled(run_dir: Path) -> bool:
+    """False only when the run's config says activation statistics were off."""
+    from bn_compare.report.results import _load_yaml
+
+    config = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    if not isinstance(config, dict):
+        return True
+    return bool((config.get("activations") or {}).get("enabled", True))
 
 
 def activation_prefix(tags: set[str]) -> str | None:

@@ -68,11 +68,15 @@ def _parse_value(text: str) -> Any:
     return value if isinstance(value, bool | int | float | str) or value is None else text
 
 
+# libyaml's loader when available: Hydra's files are read for every run of a sweep.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_yaml(path: Path) -> Any:
     if not path.is_file():
         return None
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_LOADER)
     except yaml.YAMLError:
         return None
 
@@ -106,11 +110,13 @@ class Run:
             lr = (config.get("optimizer") or {}).get("lr")
             if isinstance(lr, int | float) and not isinstance(lr, bool):
                 params["lr"] = lr
-        hydra = _load_yaml(self.path / ".hydra" / "hydra.yaml")
-        choices = ((hydra or {}).get("hydra") or {}).get("runtime", {}).get("choices") or {}
-        for key in CHOICE_KEYS:
-            if choices.get(key) is not None:
-                params[key] = choices[key]
+        recorded = self.result.get("params") or {}
+        if not all(key in recorded for key in CHOICE_KEYS):  # e.g. a failed run
+            hydra = _load_yaml(self.path / ".hydra" / "hydra.yaml")
+            choices = ((hydra or {}).get("hydra") or {}).get("runtime", {}).get("choices") or {}
+            for key in CHOICE_KEYS:
+                if choices.get(key) is not None:
+                    params[key] = choices[key]
         for override in self.overrides:
             key, sep, value = override.partition("=")
             key = key.lstrip("+~")
@@ -165,7 +171,7 @@ def load_run(path: Path) -> Run:
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides: list[str] = []
     if overrides_file.is_file():
-        overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
+        overrides = [str(o) for o in (_load_yaml(overrides_file) or [])]
     if not result_file.is_file():
         return Run(path, "incomplete", overrides)
     try:

@@ -87,7 +87,7 @@ def write_report(
     _write_summary_csv(report, out_dir / "summary.csv")
     _write_deltas_csv(report, out_dir / "deltas.csv")
     path = out_dir / "summary.md"
-    path.write_text(markdown(report))
+    path.write_text(markdown(report, out_dir))
     return path
 
 
@@ -339,7 +339,7 @@ def answer(report: Report) -> str:
     return " ".join(sentences)
 
 
-def markdown(report: Report) -> str:
+def markdown(report: Report, out_dir: Path | None = None) -> str:
     out = ["# Sweep report", ""]
     out += [answer(report), ""]
     dirs = ", ".join(f"`{d}`" for d in report.sweep_dirs)
@@ -439,6 +439,7 @@ def markdown(report: Report) -> str:
     out += [
         "Rebuild with `python -m bn_compare.report "
         + " ".join(str(d) for d in report.sweep_dirs)
+        + (f" --out {out_dir}" if out_dir and out_dir != report.sweep_dirs[0] else "")
         + f" --target-acc {report.target_acc:g}`.",
         "",
     ]
