@@ -143,7 +143,16 @@ def _curves_plot(
             if not curves:
                 continue
             xs, mean, lo, hi = band(curves, x)
-            ax.plot(xs, mean, color=color, label=f"{name} (mean of {len(curves)})", lw=1.2)
+            marker = "o" if len(xs) <= 20 else None
+            ax.plot(
+                xs,
+                mean,
+                color=color,
+                marker=marker,
+                ms=4,
+                lw=1.2,
+                label=f"{name} (mean of {len(curves)})",
+            )
             if len(curves) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
         ax.set_title(label(values), fontsize=10)
