@@ -255,3 +255,14 @@ def test_command_line_combines_sweeps_and_writes_to_out(tmp_path, capsys):
     summary = _rows(out / "summary.csv")
     assert {r["target_acc"] for r in summary} == {"0.8"}
     assert report_main([str(tmp_path / "nope")]) == 2
+
+
+def test_a_setting_missing_one_arm_is_named(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        make_run(sweep, True, 32, seed, test=0.92)
+        make_run(sweep, False, 32, seed, test=0.90)
+        make_run(sweep, True, 64, seed)
+    first = write_report([sweep], sweep).read_text().split("\n\n")[1]
+    assert "1 setting(s) could not be compared: batch_size=64 (no bn=false runs)." in first
+    assert "+2.00 percentage points at batch_size=32" in first

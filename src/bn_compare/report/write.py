@@ -324,6 +324,12 @@ def answer(report: Report) -> str:
             sentences.append(
                 f"{n - len(with_ci)} setting(s) have a single seed pair and no interval."
             )
+    skipped = [d for d in report.deltas if d not in usable]
+    if skipped:
+        names = "; ".join(
+            f"{_label(d.values) or 'overall'} ({d.missing or 'no paired seeds'})" for d in skipped
+        )
+        sentences.append(f"{len(skipped)} setting(s) could not be compared: {names}.")
     diverged = [r for r in report.runs if r.outcome == "diverged"]
     broken = [r for r in report.runs if r.outcome in ("failed", "incomplete")]
     if diverged or broken:
