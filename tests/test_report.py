@@ -125,7 +125,7 @@ def test_t_quantiles_match_the_table():
 
 
 def test_configuration_table_has_hand_computed_statistics(sweep):
-    write_report([sweep], sweep, target_acc=0.9)
+    write_report([sweep], sweep, target_acc=0.9, figures=False)
     rows = {(r["bn"], r["batch_size"]): r for r in _rows(sweep / "summary.csv")}
     assert set(rows) == {("true", "32"), ("false", "32"), ("true", "64"), ("false", "64")}
     assert list(_rows(sweep / "summary.csv")[0])[:2] == ["bn", "batch_size"]  # seed aggregated
@@ -174,7 +174,7 @@ def test_configuration_table_has_hand_computed_statistics(sweep):
 
 
 def test_deltas_are_paired_by_seed(sweep):
-    write_report([sweep], sweep)
+    write_report([sweep], sweep, figures=False)
     deltas = {(r["batch_size"], r["metric"]): r for r in _rows(sweep / "deltas.csv")}
     d32 = deltas[("32", "test_acc")]
     # per seed: 0.92-0.90, 0.94-0.90, 0.96-0.90
@@ -228,7 +228,7 @@ def test_a_missing_arm_is_reported(tmp_path):
         make_run(sweep, True, 64, seed)
     report = build_report([sweep])
     assert report.keys == ["bn", "batch_size"]
-    text = write_report([sweep], tmp_path / "out").read_text()
+    text = write_report([sweep], tmp_path / "out", figures=False).read_text()
     assert "BN and no BN cannot be compared: the bn=false arm is missing entirely" in text
     assert "**Missing arm:** the bn=false arm is missing entirely" in text
     assert "n/a (no bn=false runs)" in text
@@ -240,7 +240,7 @@ def test_an_arm_with_only_failures_is_reported(tmp_path):
     sweep = tmp_path / "sweep"
     make_run(sweep, True, 32, 0)
     make_run(sweep, False, 32, 0, status="failed", error="ValueError: bad")
-    text = write_report([sweep], sweep).read_text()
+    text = write_report([sweep], sweep, figures=False).read_text()
     assert "the bn=false arm has no successful run (1 run(s), none finished ok)" in text
 
 
@@ -249,7 +249,9 @@ def test_command_line_combines_sweeps_and_writes_to_out(tmp_path, capsys):
     make_run(a, True, 32, 0, test=0.93)
     make_run(b, False, 32, 0, test=0.90)
     out = tmp_path / "out"
-    assert report_main([str(a), str(b), "--out", str(out), "--target-acc", "0.8"]) == 0
+    args = [str(a), str(b), "--out", str(out), "--target-acc", "0.8", "--no-figures"]
+    assert report_main(args) == 0
+    assert not list(out.glob("*.png"))
     (row,) = _rows(out / "deltas.csv")[:1]
     assert float(row["mean"]) == pytest.approx(0.03)
     summary = _rows(out / "summary.csv")
@@ -263,6 +265,6 @@ def test_a_setting_missing_one_arm_is_named(tmp_path):
         make_run(sweep, True, 32, seed, test=0.92)
         make_run(sweep, False, 32, seed, test=0.90)
         make_run(sweep, True, 64, seed)
-    first = write_report([sweep], sweep).read_text().split("\n\n")[1]
+    first = write_report([sweep], sweep, figures=False).read_text().split("\n\n")[1]
     assert "1 setting(s) could not be compared: batch_size=64 (no bn=false runs)." in first
     assert "+2.00 percentage points at batch_size=32" in first

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TARGET_ACC,
         help=f"validation accuracy whose first reach is timed (default {DEFAULT_TARGET_ACC})",
     )
+    parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.sweep_dirs if not d.is_dir()]
     if missing:
@@ -34,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --target-acc must be in (0, 1], got {args.target_acc}", file=sys.stderr)
         return 2
     out = args.out or args.sweep_dirs[0]
-    path = write_report(args.sweep_dirs, out, target_acc=args.target_acc)
+    path = write_report(
+        args.sweep_dirs, out, target_acc=args.target_acc, figures=not args.no_figures
+    )
     print(f"report written to {path}")
     return 0
 

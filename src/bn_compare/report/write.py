@@ -73,16 +73,18 @@ def build_report(sweep_dirs: list[Path], target_acc: float = DEFAULT_TARGET_ACC)
 
 
 def write_report(
-    sweep_dirs: list[Path], out_dir: Path, target_acc: float = DEFAULT_TARGET_ACC
+    sweep_dirs: list[Path],
+    out_dir: Path,
+    target_acc: float = DEFAULT_TARGET_ACC,
+    figures: bool = True,
 ) -> Path:
-    """Write summary.csv, deltas.csv, summary.md and the figures into ``out_dir``.
-
-    Returns the path of ``summary.md``.
+    """Write summary.csv, deltas.csv, summary.md and (unless ``figures`` is False) the
+    figures into ``out_dir``. Returns the path of ``summary.md``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(list(sweep_dirs), target_acc)
-    if report.rows:
+    if report.rows and figures:
         _write_figures(report, out_dir)
     _write_summary_csv(report, out_dir / "summary.csv")
     _write_deltas_csv(report, out_dir / "deltas.csv")
