@@ -127,6 +127,10 @@ def train(
     callbacks = [checkpoint, divergence, ModelSummary(max_depth=2)]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(cfg.progress_refresh))
+    if cfg.get("activations") and cfg.activations.get("enabled"):
+        from bn_compare.training.activations import ActivationStats
+
+        callbacks.append(ActivationStats.from_config(cfg.activations))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
 
     last = run_dir / "checkpoints" / "last.ckpt"
