@@ -61,7 +61,8 @@ def load_split(
         if missing:
             hint = "; download failed (no network?)" if download else ""
             raise DataError(
-                f"{name} not found in {folder} (needs {', '.join(names) or 'its raw files'}){hint}. "
+                f"{name} not found in {folder} "
+                f"(needs {', '.join(names) or 'its raw files'}){hint}. "
                 f"Put the files there, or point data.root (or BN_COMPARE_DATA) at a folder "
                 f"holding {cls.__name__}/raw/"
             ) from None
@@ -238,7 +239,9 @@ class MNISTDataModule(L.LightningDataModule):
         if self.limit_train:
             train_idx = train_idx[: self.limit_train]
         x = preprocess(images, self.input_shape, self.normalize)
-        test_images, test_labels = load_split(self.dataset, self.root, False, False, self.dataset_args)
+        test_images, test_labels = load_split(
+            self.dataset, self.root, False, False, self.dataset_args
+        )
         self.tensors = {
             "train": (x[train_idx], labels[train_idx]),
             "val": (x[val_idx], labels[val_idx]),
@@ -249,7 +252,9 @@ class MNISTDataModule(L.LightningDataModule):
             self.world_size = self.trainer.world_size
             if self.on_device:
                 device = self.trainer.strategy.root_device
-                self.tensors = {k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()}
+                self.tensors = {
+                    k: (x.to(device), y.to(device)) for k, (x, y) in self.tensors.items()
+                }
 
     def split_size(self, split: str) -> int:
         return len(self.tensors[split][1])
