@@ -177,6 +177,8 @@ def _write_hparams(logger: TensorBoardLogger, params: dict[str, Any], metrics: d
     nothing is logged here besides the declaration (no ``hp_metric`` placeholder).
     """
     writer = logger.experiment._get_file_writer()
+    # Booleans as words: TensorBoard would otherwise show bn as 1.0 and 0.0.
+    params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
     for summary in hparams_summary(params, metrics):
         writer.add_summary(summary)
     logger.experiment.flush()
