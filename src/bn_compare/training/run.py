@@ -148,7 +148,8 @@ def train(
         _merge_metrics(run_dir, earlier_rows, resumed_from_epoch=resumed_epoch)
     params = hparams(cfg, choices, overrides)
     final = {k: metrics[k] for k in FINAL_METRICS if metrics.get(k) is not None}
-    _write_hparams(tensorboard, params, final)
+    if trainer.is_global_zero:  # DDP: the other ranks train but record nothing
+        _write_hparams(tensorboard, params, final)
     result = {
         "status": "ok" if divergence.diverged_at is None else "diverged",
         "diverged_step": divergence.diverged_at,
@@ -160,7 +161,8 @@ def train(
         "best_checkpoint": best,
         "wall_time_s": round(time.time() - started, 3),
     }
-    write_result(run_dir, result)
+    if trainer.is_global_zero:
+        write_result(run_dir, result)
     if divergence.diverged_at is not None:
         log.warning("Training diverged at step %d: loss is not finite", divergence.diverged_at)
     return result
