@@ -209,7 +209,7 @@ def job_context(
             # Also read by Lightning's DDP launcher and inherited by its processes.
             os.environ["OMP_NUM_THREADS"] = str(threads)
             gpus = gpu_count() if jobs > 1 and _uses_gpu(cfg.trainer) else 0
-            if gpus > 1 and cfg.trainer.get("devices") in (1, "1", "auto"):
+            if gpus > 1 and cfg.trainer.get("devices") in (1, "1"):
                 slot = stack.enter_context(gpu_slot(run_dir.parent / ".gpu_slots", jobs))
                 with open_dict(cfg):
                     cfg.trainer.devices = [slot % gpus]
