@@ -219,3 +219,48 @@ def test_running_jobs_hold_different_gpu_slots(tmp_path):
     release.set()
     for t in threads:
         t.join()
+
+
+@needs("hydra_plugins.hydra_submitit_launcher", "submitit")
+def test_slurm_launcher_asks_one_task_and_gpu_per_device(tmp_path, monkeypatch):
+    """SLURM cannot run here: check the sbatch script the launcher's parameters give."""
+    import submitit
+    import submitit.slurm.slurm
+
+    # submitit only looks for srun before it writes a script.
+    monkeypatch.setattr(submitit.slurm.slurm.SlurmExecutor, "affinity", classmethod(lambda c: 2))
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    launch.register_resolvers()
+    cfg = hydra_config(
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=gpu",
+        "trainer=ddp",
+        "trainer.devices=4",
+    )
+    launcher = instantiate(cfg.hydra.launcher)
+    # What SlurmLauncher.launch does with its parameters, up to sbatch.
+    params = dict(launcher.params)
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=tmp_path, slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
+    params.pop("submitit_folder")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("python train.py", "uid")
+    for line in ("--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--time=60"):
+        assert f"#SBATCH {line}" in script
+
+
+def test_slurm_jobs_leave_requeueing_to_submitit(monkeypatch, tmp_path):
+    monkeypatch.setattr(parallel, "launcher_jobs", lambda: (1, True))
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    cfg = OmegaConf.create({"trainer": {"devices": 1}})
+    OmegaConf.set_struct(cfg, True)
+    with parallel.job_context(cfg, tmp_path / "run", {}, []):
+        (plugin,) = cfg.trainer.plugins
+        assert plugin.auto_requeue is False
+        assert plugin._target_.endswith("SLURMEnvironment")
+        assert parallel.current_job.cfg is cfg
+    assert parallel.current_job is None
