@@ -84,10 +84,12 @@ def main() -> None:
     """Entry point of the processes of ranks > 0 (started by ``JobProcessLauncher``)."""
     spec = json.loads(os.environ.pop(JOB_ENV))
     logging.basicConfig(level=logging.WARNING)
+    from bn_compare.launch import RESUME_ENV
     from bn_compare.training.run import train
 
     cfg = OmegaConf.create(spec["config"])
-    train(cfg, Path(spec["run_dir"]), spec["choices"], spec["overrides"])
+    resume = bool(os.environ.get(RESUME_ENV))  # as in run_job: every rank resumes, or none
+    train(cfg, Path(spec["run_dir"]), spec["choices"], spec["overrides"], resume=resume)
 
 
 if __name__ == "__main__":
