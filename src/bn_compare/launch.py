@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -21,6 +22,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from bn_compare.parallel import SWEEP_SIZE_ENV, job_context
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +49,14 @@ def unique_dir(path: str) -> str:
 SWEPT_KEYS_ENV = "BN_COMPARE_SWEPT_KEYS"
 # Set by ``resume=<dir>``: the run or sweep directory being continued.
 RESUME_ENV = "BN_COMPARE_RESUME"
+# Set by the preflight too: {job number: name} for jobs whose names would repeat.
+RUN_NAMES_ENV = "BN_COMPARE_RUN_NAMES"
 # Always part of a run's name when given: the architecture is what a comparison is about.
 NAMED_KEYS = ("model",)
 
 
-def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig | list) -> str:
-    """A sweep run's directory name: ``key=value,...`` in command-line order.
-
-    It holds the swept keys (and the model), so the six runs of the mission
-    command are ``model=lenet5,bn=true,batch_size=64`` and so on, whatever fixed
-    options were added. Outside a checked sweep every override is used.
-    """
-    swept = os.environ.get(SWEPT_KEYS_ENV)
+def base_name(overrides: ListConfig | list, exclude: ListConfig | list, swept: str | None) -> str:
+    """``key=value,...`` of the swept keys (and the model); every override outside a sweep."""
     keep = set(swept.split(",")) | set(NAMED_KEYS) if swept is not None else None
     skip = set(exclude or [])
     parts = []
@@ -68,7 +67,26 @@ def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig |
             continue
         value = {"True": "true", "False": "false"}.get(value, value)
         parts.append(f"{key}={value.replace('/', '_')}")
-    name = ",".join(parts) or "default"
+    return ",".join(parts) or "default"
+
+
+def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig | list) -> str:
+    """A sweep run's directory name: ``key=value,...`` in command-line order.
+
+    It holds the swept keys (and the model), so the six runs of the mission
+    command are ``model=lenet5,bn=true,batch_size=64`` and so on, whatever fixed
+    options were added. Outside a checked sweep every override is used.
+
+    In a checked sweep the preflight has already given a suffix to jobs whose
+    names would repeat, so the name depends on the job alone, never on what is
+    on disk: parallel jobs cannot race for a name, and every process of one job
+    (the SLURM tasks of a DDP job, a requeued job) gets the same directory.
+    """
+    swept = os.environ.get(SWEPT_KEYS_ENV)
+    name = base_name(overrides, exclude, swept)
+    if swept is not None and HydraConfig.initialized():
+        renamed = json.loads(os.environ.get(RUN_NAMES_ENV) or "{}")
+        return renamed.get(str(HydraConfig.get().job.get("num")), name)
     if os.environ.get(RESUME_ENV):
         return name  # resuming a sweep: each job goes back to the directory it had
     # Two jobs can differ only in an unnamed key: keep both.
@@ -79,7 +97,22 @@ def run_name(sweep_dir: str, overrides: ListConfig | list, exclude: ListConfig |
     return candidate
 
 
+def numbered_names(jobs: list[list[str]], exclude: list[str], swept: str) -> dict[str, str]:
+    """``{job number: name_2, ...}`` for the jobs whose names repeat an earlier job's."""
+    seen: dict[str, int] = {}
+    renamed = {}
+    for num, overrides in enumerate(jobs):
+        name = base_name(overrides, exclude, swept)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            renamed[str(num)] = f"{name}_{seen[name]}"
+    return renamed
+
+
 def register_resolvers() -> None:
+    from bn_compare.parallel import register_resolvers as register_parallel_resolvers
+
+    register_parallel_resolvers()
     for name, fn in (("unique_dir", unique_dir), ("run_name", run_name)):
         if not OmegaConf.has_resolver(name):
             # Cached: resolving the same node again must not pick yet another name.
@@ -170,6 +203,10 @@ class Preflight(Callback):
         except HydraException as err:
             fail(str(err).splitlines()[0])
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(jobs))
+        exclude = OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys")
+        renamed = numbered_names(jobs, list(exclude or []), os.environ[SWEPT_KEYS_ENV])
+        os.environ[RUN_NAMES_ENV] = json.dumps(renamed)
+        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))  # the default n_jobs of parallel launchers
         # hydra.* overrides (such as hydra.searchpath) apply to every job's composition.
         hydra_overrides = list(config.hydra.overrides.hydra)
         tasks = []
@@ -252,7 +289,8 @@ def run_job(cfg: DictConfig) -> float | None:
             log.info("Skipping %s: it already finished (%s)", run_dir, previous["status"])
             return previous.get("metrics", {}).get("val/acc_best")
     try:
-        result = train(cfg, run_dir, choices, overrides, resume=resume)
+        with job_context(cfg, run_dir, choices, overrides):  # threads, GPU, DDP processes
+            result = train(cfg, run_dir, choices, overrides, resume=resume)
     except Exception as err:
         first_line = (str(err).splitlines() or [type(err).__name__])[0]
         _record_failure(run_dir, overrides, "failed", f"{type(err).__name__}: {first_line}")

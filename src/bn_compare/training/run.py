@@ -135,10 +135,13 @@ def train(
 
     last = run_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if resume and last.is_file() else None
+    # DDP: every rank resumes from the checkpoint, rank 0 alone handles the files.
+    keeps_records = resume_from is not None and trainer.is_global_zero
     if resume_from:
         log.info("Resuming from %s", resume_from)
-        earlier_rows = _set_aside_metrics(run_dir)
         resumed_epoch = _checkpoint_epoch(resume_from)
+    if keeps_records:
+        earlier_rows = _set_aside_metrics(run_dir)
     # Checkpoints are read with weights_only loading: tensors and plain values, no code.
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
@@ -148,11 +151,12 @@ def train(
     )
     metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
 
-    if resume_from:
+    if keeps_records:
         _merge_metrics(run_dir, earlier_rows, resumed_from_epoch=resumed_epoch)
     params = hparams(cfg, choices, overrides)
     final = {k: metrics[k] for k in FINAL_METRICS if metrics.get(k) is not None}
-    _write_hparams(tensorboard, params, final)
+    if trainer.is_global_zero:  # DDP: the other ranks train but record nothing
+        _write_hparams(tensorboard, params, final)
     result = {
         "status": "ok" if divergence.diverged_at is None else "diverged",
         "diverged_step": divergence.diverged_at,
@@ -164,7 +168,8 @@ def train(
         "best_checkpoint": best,
         "wall_time_s": round(time.time() - started, 3),
     }
-    write_result(run_dir, result)
+    if trainer.is_global_zero:
+        write_result(run_dir, result)
     if divergence.diverged_at is not None:
         log.warning("Training diverged at step %d: loss is not finite", divergence.diverged_at)
     return result
