@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bn_compare.launch import register_resolvers, run_job
+from bn_compare.launch import register_resolvers, resume_arguments, run_job
 
 register_resolvers()
 
@@ -26,4 +26,6 @@ if __name__ == "__main__":
 
         print_catalog(Path(__file__).parent / "conf")
     else:
+        # resume=<run or sweep dir> continues it in place with its original overrides.
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
         main()

@@ -113,7 +113,7 @@ def run_default(cfg: DictConfig, model: str, args) -> tuple[float, float]:
         contextlib.redirect_stderr(null),
         contextlib.redirect_stdout(null),
     ):
-        train(cfg, Path(tmp), {"model": model, "data": args.data}, [], [timer])
+        train(cfg, Path(tmp), {"model": model, "data": args.data}, [], extra_callbacks=[timer])
     return timer.seconds
 
 

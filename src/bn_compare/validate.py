@@ -12,9 +12,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bn_compare.data import DataError, load_split
-from bn_compare.models import SpecError, build_model
-from bn_compare.models.builder import BN_POSITIONS, NORMS
+# torch, torchvision and lightning are imported only by the checks that need them, so a
+# mistyped value is reported in a fraction of a second.
+BN_POSITIONS = ("before", "after")
+NORMS = ("batch", "group", "layer", "instance")
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,8 @@ def check_values(cfg: DictConfig) -> None:
 
 def check_model(cfg: DictConfig, name: str | None = None) -> None:
     """The architecture builds for this arm and for the data's number of classes."""
+    from bn_compare.models import SpecError, build_model
+
     try:
         build_model(
             cfg.model,
@@ -94,6 +97,8 @@ def check_model(cfg: DictConfig, name: str | None = None) -> None:
 @cache
 def train_split_size(dataset: str, root: str, download: bool) -> int:
     """Make sure both splits are present (downloading if allowed) and count the training images."""
+    from bn_compare.data import load_split
+
     _, labels = load_split(dataset, root, True, download)
     load_split(dataset, root, False, False)
     return len(labels)
@@ -101,6 +106,8 @@ def train_split_size(dataset: str, root: str, download: bool) -> int:
 
 def check_data(cfg: DictConfig) -> None:
     """The dataset is readable and large enough for the split and batch size asked for."""
+    from bn_compare.data import DataError
+
     data = cfg.data
     try:
         n = train_split_size(str(data.dataset), str(Path(data.root)), bool(data.download))

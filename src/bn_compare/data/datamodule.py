@@ -9,7 +9,8 @@ sees the same validation split and, for the same seed, the same batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,15 @@ def load_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8, N x H x W) and labels of one official split."""
     cls = dataset_class(name)
+    folder, names = required_files(cls, root)
+    # A failed download must not leave empty folders behind.
+    created = [p for p in (folder, folder.parent, Path(root)) if not p.exists()]
     try:
         ds = cls(str(root), train=train, download=download, **(extra or {}))
-    except RuntimeError as err:
-        folder, names = required_files(cls, root)
+    except (RuntimeError, OSError, ValueError) as err:
+        _remove_empty(created)
         missing = [n for n in names if not (folder / n).is_file()]
-        if missing or "not found" in str(err).lower():
+        if missing:
             hint = "; download failed (no network?)" if download else ""
             raise DataError(
                 f"{name} not found in {folder} "
@@ -62,20 +66,42 @@ def load_split(
                 f"Put the files there, or point data.root (or BN_COMPARE_DATA) at a folder "
                 f"holding {cls.__name__}/raw/"
             ) from None
+        problem = next(filter(None, (idx_problem(folder / n) for n in names)), None)
         raise DataError(
-            f"{name} files in {folder} could not be read ({err}); they may be truncated or "
-            "corrupt: delete them and download or copy them again"
-        ) from None
-    except (OSError, ValueError) as err:
-        folder, _ = required_files(cls, root)
-        raise DataError(
-            f"{name} files in {folder} could not be read ({err}); they may be truncated or "
-            "corrupt: delete them and download or copy them again"
+            f"{problem or f'{name} files in {folder} could not be read ({err})'}: delete it and "
+            "download or copy the dataset again"
         ) from None
     data, targets = ds.data, ds.targets
     if not isinstance(data, torch.Tensor):
         data = torch.as_tensor(data)
     return data, torch.as_tensor(targets, dtype=torch.long)
+
+
+def idx_problem(path: Path) -> str | None:
+    """What is wrong with an IDX file (truncated, not IDX), or None if its header and size agree."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror})"
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or not 1 <= raw[3] <= 4:
+        return f"{path} is not an IDX file"
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        return f"{path} is truncated (its header is incomplete)"
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    item = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}.get(raw[2])
+    if item is None:
+        return f"{path} is not an IDX file (unknown type code {raw[2]:#x})"
+    expected = 4 + 4 * ndim + item * math.prod(dims)
+    if len(raw) != expected:
+        return f"{path} is truncated or corrupt ({len(raw):,} bytes, its header says {expected:,})"
+    return None
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def preprocess(
@@ -120,9 +146,13 @@ class EpochBatchSampler:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        epoch_source: Callable[[], int] | None = None,
     ):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        # Where the epoch comes from when iteration starts: the trainer's own epoch
+        # counter is right after a resume, where the epoch given to set_epoch is not.
+        self.epoch_source = epoch_source
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -136,8 +166,14 @@ class EpochBatchSampler:
             idx = torch.randperm(self.n, generator=g)
         return idx[self.rank :: self.world_size]
 
+    def epoch_order(self) -> torch.Tensor:
+        """The order of the epoch that is starting (all of it, before splitting into batches)."""
+        if self.epoch_source is not None:
+            self.epoch = self.epoch_source()
+        return self.order()
+
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self.order().split(self.batch_size))
+        return iter(self.epoch_order().split(self.batch_size))
 
     def __len__(self) -> int:
         return math.ceil(len(range(self.rank, self.n, self.world_size)) / self.batch_size)
@@ -173,7 +209,7 @@ class DeviceBatches:
         self.x, self.y, self.sampler = x, y, sampler
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.sampler.order().to(self.x.device)
+        order = self.sampler.epoch_order().to(self.x.device)
         for idx in order.split(self.sampler.batch_size):
             yield self.x[idx], self.y[idx]
 
@@ -262,7 +298,13 @@ class MNISTDataModule(L.LightningDataModule):
     def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | DeviceBatches:
         x, y = self.tensors[split]
         sampler = EpochBatchSampler(
-            len(y), batch_size, shuffle, self.seed, self.rank, self.world_size
+            len(y),
+            batch_size,
+            shuffle,
+            self.seed,
+            self.rank,
+            self.world_size,
+            epoch_source=self._current_epoch if self.trainer is not None else None,
         )
         if self.on_device:
             return DeviceBatches(x, y, sampler)
@@ -273,6 +315,11 @@ class MNISTDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _current_epoch(self) -> int:
+        # Epochs fully trained so far: unlike current_epoch, already right when a run resumed
+        # from an end-of-epoch checkpoint starts its next epoch.
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self.loader("train", self.batch_size, self.shuffle)

@@ -8,7 +8,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from bn_compare.models.builder import BuildOptions, SpecError, build_network, count_parameters
+from bn_compare.models.builder import (
+    BuildOptions,
+    SpecError,
+    build_network,
+    count_parameters,
+    init_weights,
+)
 
 __all__ = ["SpecError", "build_model", "count_parameters", "input_shape"]
 
@@ -60,7 +66,11 @@ def build_model(
     name = name or cfg.get("name") or "model"
     shape = input_shape(cfg)
     if "_target_" in cfg:
-        return _build_target(cfg, name, shape, bn=bn, num_classes=num_classes)
+        net = _build_target(cfg, name, shape, bn=bn, num_classes=num_classes)
+        if "init" in cfg:
+            # A class keeps its own initialisation unless the config asks for one.
+            init_weights(net, str(cfg["init"]), cfg.get("init_bias"), seed)
+        return net
     if "layers" not in cfg or not cfg["layers"]:
         raise SpecError(f"model '{name}': needs a 'layers' list or a '_target_' class")
     opts = BuildOptions(

@@ -27,6 +27,14 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 PARAM_LAYERS = ("conv", "linear")
 LAYER_TYPES = (*PARAM_LAYERS, "maxpool", "avgpool", "flatten", "dropout", *ACTIVATIONS)
+LAYER_ARGS = {
+    "conv": {"out", "kernel", "stride", "padding", "bn"},
+    "linear": {"out", "bn"},
+    "maxpool": {"kernel", "stride", "padding"},
+    "avgpool": {"kernel", "stride", "padding"},
+    "dropout": {"p"},
+}
+# Also listed in validate.py, which must not import torch.
 NORMS = ("batch", "group", "layer", "instance")
 BN_POSITIONS = ("before", "after")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
@@ -88,6 +96,13 @@ def parse_layer(index: int, entry: Any, name: str) -> Layer:
         raise SpecError(
             f"model '{name}', layer {index}: unknown layer type '{kind}' "
             f"(known: {', '.join(LAYER_TYPES)})"
+        )
+    allowed = LAYER_ARGS.get(kind, set()) | {"_"}
+    unknown = sorted(set(args) - allowed)
+    if unknown and kind not in ACTIVATIONS:
+        raise SpecError(
+            f"model '{name}', layer {index} ({kind}): unknown option(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(allowed - {'_'})) or 'none'})"
         )
     return Layer(index, kind, args)
 
@@ -268,6 +283,8 @@ def init_weights(net: nn.Module, scheme: str, bias: float | None, seed: int) -> 
     and its place in the network, not on which other layers exist: the BN and
     no-BN arms of a comparison start from the same weights.
     """
+    if scheme not in INITS:
+        raise SpecError(f"init must be one of {', '.join(INITS)}, got {scheme!r}")
     position = 0
     for module in net.modules():
         if not isinstance(module, nn.Conv2d | nn.Linear):

@@ -32,6 +32,8 @@ class Classifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        # Saved in checkpoints, so a resumed run keeps the best accuracy seen before.
+        self.val_acc_best.persistent(True)
         self._epoch_started = 0.0
         self.channels_last = False
 
@@ -77,9 +79,6 @@ class Classifier(L.LightningModule):
         ):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
@@ -141,6 +140,8 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
         self.val_acc.reset()
+        if self.trainer.sanity_checking:
+            return  # a sanity pass before training is not a result
         self.val_acc_best.update(acc)
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.val_acc_best.compute())

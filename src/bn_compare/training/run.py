@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from bn_compare.data import MNISTDataModule
 from bn_compare.models import build_model, input_shape
+from bn_compare.training.divergence import DivergenceMonitor
 from bn_compare.training.module import Classifier, configure_speed
 
 log = logging.getLogger(__name__)
@@ -84,13 +86,20 @@ def train(
     run_dir: Path,
     choices: dict[str, str],
     overrides: list[str],
+    resume: bool = False,
     extra_callbacks: list[L.Callback] | None = None,
 ) -> dict:
     """Fit, test with the best checkpoint, and record the run; returns the result record.
 
+    With ``resume`` the run continues from ``checkpoints/last.ckpt`` in ``run_dir``
+    (the end of the last finished epoch) when there is one.
+
     ``extra_callbacks`` are added to the trainer's own (the benchmark's step timer uses it).
     """
     started = time.time()
+    # Lightning's messages reach the console and the run's log through Hydra's handlers;
+    # its own console handler would print each of them a second time.
+    logging.getLogger("lightning").handlers.clear()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model_name = choices.get("model", "model")
     net = build_model(
@@ -115,24 +124,47 @@ def train(
         mode="max",
         save_last=True,
         auto_insert_metric_name=False,
+        # Saved at the very end of each epoch, so a resumed run restarts at an epoch boundary.
+        save_on_train_epoch_end=True,
     )
-    callbacks = [checkpoint, ModelSummary(max_depth=2)]
+    divergence = DivergenceMonitor()
+    callbacks = [checkpoint, divergence, ModelSummary(max_depth=2)]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(cfg.progress_refresh))
+    if cfg.get("activations") and cfg.activations.get("enabled"):
+        from bn_compare.training.activations import ActivationStats
+
+        callbacks.append(ActivationStats.from_config(cfg.activations))
     callbacks.extend(extra_callbacks or [])
     trainer: L.Trainer = instantiate(cfg.trainer, logger=[tensorboard, csv], callbacks=callbacks)
 
-    trainer.fit(module, datamodule=datamodule)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if resume and last.is_file() else None
+    # DDP: every rank resumes from the checkpoint, rank 0 alone handles the files.
+    keeps_records = resume_from is not None and trainer.is_global_zero
+    if resume_from:
+        log.info("Resuming from %s", resume_from)
+        resumed_epoch = _checkpoint_epoch(resume_from)
+    if keeps_records:
+        earlier_rows = _set_aside_metrics(run_dir)
+    # Checkpoints are read with weights_only loading: tensors and plain values, no code.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
     best = checkpoint.best_model_path or None
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+    tested = trainer.test(
+        module, datamodule=datamodule, ckpt_path="best" if best else None, weights_only=True
+    )
     metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
 
+    if keeps_records:
+        _merge_metrics(run_dir, earlier_rows, resumed_from_epoch=resumed_epoch)
     params = hparams(cfg, choices, overrides)
     final = {k: metrics[k] for k in FINAL_METRICS if metrics.get(k) is not None}
-    _write_hparams(tensorboard, params, final)
+    if trainer.is_global_zero:  # DDP: the other ranks train but record nothing
+        _write_hparams(tensorboard, params, final)
     result = {
-        "status": "ok",
+        "status": "ok" if divergence.diverged_at is None else "diverged",
+        "diverged_step": divergence.diverged_at,
         "params": params,
         "overrides": overrides,
         "metrics": {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
@@ -141,7 +173,10 @@ def train(
         "best_checkpoint": best,
         "wall_time_s": round(time.time() - started, 3),
     }
-    write_result(run_dir, result)
+    if trainer.is_global_zero:
+        write_result(run_dir, result)
+    if divergence.diverged_at is not None:
+        log.warning("Training diverged at step %d: loss is not finite", divergence.diverged_at)
     return result
 
 
@@ -152,9 +187,44 @@ def _write_hparams(logger: TensorBoardLogger, params: dict[str, Any], metrics: d
     nothing is logged here besides the declaration (no ``hp_metric`` placeholder).
     """
     writer = logger.experiment._get_file_writer()
+    # Booleans as words: TensorBoard would otherwise show bn as 1.0 and 0.0.
+    params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
     for summary in hparams_summary(params, metrics):
         writer.add_summary(summary)
     logger.experiment.flush()
+
+
+def _set_aside_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of an interrupted run's metrics.csv, read before the resumed run writes its own."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    path.replace(run_dir / "metrics.before-resume.csv")
+    return rows
+
+
+def _checkpoint_epoch(path: str) -> int:
+    """The first epoch a run resumed from this end-of-epoch checkpoint trains."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
+
+
+def _merge_metrics(run_dir: Path, earlier: list[dict[str, str]], resumed_from_epoch: int) -> None:
+    """One metrics.csv for the whole run: the epochs finished before the interruption, then
+    everything after. Rows of the epoch that was cut short are replaced by its rerun."""
+    path = run_dir / "metrics.csv"
+    with open(path, newline="") as f:
+        later = list(csv.DictReader(f))
+    kept = [r for r in earlier if r.get("epoch") and int(r["epoch"]) < resumed_from_epoch]
+    fields = list(dict.fromkeys(k for row in kept + later for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + later)
+    tmp.replace(path)
+    (run_dir / "metrics.before-resume.csv").unlink()
 
 
 def write_result(run_dir: Path, result: dict) -> None:
