@@ -27,6 +27,7 @@ CASES = {
     "-m batch_size=32,0": "batch_size must be a positive whole number, got 0",
     "batch_size=100000 data.val_size=100": "batch_size 100000 is larger than the 500 training",
     "data.val_size=600": "data.val_size must be below the 600-image training split",
+    "perf.compile_mode=fastest": "perf.compile_mode must be one of default, reduce-overhead",
     "data.root=missing": "MNIST not found in missing/MNIST/raw (needs train-images-idx3-ubyte",
 }
 

@@ -76,6 +76,34 @@ def check_values(cfg: DictConfig) -> None:
         )
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def check_perf(perf: Any) -> None:
+    """The ``perf`` block: speed options that must be valid before a run starts."""
+    perf = perf or {}
+    threads = perf.get("num_threads")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ConfigError(
+            f"perf.num_threads must be a positive whole number or null, got {threads!r}"
+        )
+    precision = perf.get("matmul_precision")
+    if precision is not None and precision not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"perf.matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)} or null, "
+            f"got {precision!r}"
+        )
+    mode = perf.get("compile_mode") or "default"
+    if mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"perf.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}"
+        )
+    for key in ("channels_last", "compile"):
+        if not isinstance(perf.get(key, False), bool):
+            raise ConfigError(f"perf.{key} must be true or false, got {perf.get(key)!r}")
+
+
 def check_model(cfg: DictConfig, name: str | None = None) -> None:
     """The architecture builds for this arm and for the data's number of classes."""
     from bn_compare.models import SpecError, build_model
@@ -130,6 +158,7 @@ def check_data(cfg: DictConfig) -> None:
 def check(cfg: DictConfig, model_name: str | None = None, data: bool = True) -> None:
     """All checks, cheapest first."""
     check_values(cfg)
+    check_perf(cfg.get("perf"))
     check_model(cfg, model_name)
     if data:
         check_data(cfg)

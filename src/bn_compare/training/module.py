@@ -12,6 +12,8 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from bn_compare.validate import check_perf
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -156,42 +158,20 @@ class Classifier(L.LightningModule):
         return self.optimizer_factory(params=self.parameters())
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
 def configure_speed(module: Classifier, perf: Mapping[str, Any] | None) -> None:
     """Apply the ``perf`` config block (see ``conf/config.yaml``) to a run.
 
     Raises ``ValueError`` with a one-line message for a value that cannot work.
     """
     perf = dict(perf or {})
-    threads = perf.get("num_threads")
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(
-                f"perf.num_threads must be a positive whole number or null, got {threads!r}"
-            )
-        torch.set_num_threads(threads)
-    precision = perf.get("matmul_precision")
-    if precision is not None:
-        if precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"perf.matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)} or null, "
-                f"got {precision!r}"
-            )
-        torch.set_float32_matmul_precision(precision)
-    mode = perf.get("compile_mode") or "default"
-    if mode not in COMPILE_MODES:
-        raise ValueError(
-            f"perf.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}"
-        )
-    for key in ("channels_last", "compile"):
-        if not isinstance(perf.get(key, False), bool):
-            raise ValueError(f"perf.{key} must be true or false, got {perf.get(key)!r}")
+    check_perf(perf)
+    if perf.get("num_threads") is not None:
+        torch.set_num_threads(perf["num_threads"])
+    if perf.get("matmul_precision") is not None:
+        torch.set_float32_matmul_precision(perf["matmul_precision"])
     module.configure_speed(
         channels_last=perf.get("channels_last", False),
         compile=perf.get("compile", False),
-        compile_mode=mode,
+        compile_mode=perf.get("compile_mode") or "default",
         compile_backend=perf.get("compile_backend") or "inductor",
     )
