@@ -5,7 +5,7 @@ raw loop is the per-step overhead. Variants: everything on (as ``train.py``), an
 with the progress bar, loggers or checkpointing switched off, and all off.
 Reports microseconds of process CPU time per step (min and median of repeats).
 
-    python bench/overhead.py --data-root /work/shared/data --repeats 4
+    python bench/overhead.py --data-root ../shared/data --repeats 4
 """
 
 from __future__ import annotations

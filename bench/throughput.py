@@ -18,7 +18,7 @@ the end of the epoch fall outside that window; they are covered by the
 separate end-to-end run of the real command line (``--e2e``), which also gives
 the peak resident memory and the time from command to first training step.
 
-    python bench/throughput.py --data-root /work/shared/data --out docs/benchmark.md
+    python bench/throughput.py --data-root ../shared/data --out docs/benchmark.md
 """
 
 from __future__ import annotations
