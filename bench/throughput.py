@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bn_compare.data import EpochBatchSampler  # noqa: E402
 from bn_compare.launch import register_resolvers  # noqa: E402
-from bn_compare.models import build_model  # noqa: E402
+from bn_compare.models import build_arm  # noqa: E402
 from bn_compare.training.run import build_datamodule, train  # noqa: E402
 
 MODELS = ("lenet5", "cnn", "mlp", "mlp_sigmoid", "cnn_rgb")
@@ -120,15 +120,7 @@ def run_default(cfg: DictConfig, model: str, args) -> tuple[float, float]:
 def run_raw(cfg: DictConfig, model: str, args) -> tuple[float, float]:
     """The reference: the same network, optimiser, tensors and batch order, no Lightning."""
     L.seed_everything(cfg.seed, verbose=False)
-    net = build_model(
-        cfg.model,
-        bn=cfg.bn,
-        bn_position=cfg.bn_position,
-        norm=cfg.norm,
-        num_classes=cfg.data.num_classes,
-        seed=cfg.seed,
-        name=model,
-    )
+    net = build_arm(cfg, model)
     gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     net.to(device)

@@ -106,18 +106,10 @@ def check_perf(perf: Any) -> None:
 
 def check_model(cfg: DictConfig, name: str | None = None) -> None:
     """The architecture builds for this arm and for the data's number of classes."""
-    from bn_compare.models import SpecError, build_model
+    from bn_compare.models import SpecError, build_arm
 
     try:
-        build_model(
-            cfg.model,
-            bn=cfg.bn,
-            bn_position=cfg.bn_position,
-            norm=cfg.norm,
-            num_classes=int(cfg.data.num_classes),
-            seed=cfg.seed,
-            name=name,
-        )
+        build_arm(cfg, name)
     except SpecError as err:
         raise ConfigError(str(err)) from None
 

@@ -16,7 +16,7 @@ from bn_compare.models.builder import (
     init_weights,
 )
 
-__all__ = ["SpecError", "build_model", "count_parameters", "input_shape"]
+__all__ = ["SpecError", "build_arm", "build_model", "count_parameters", "input_shape"]
 
 # Keys of a model node that describe the plan rather than being constructor arguments.
 PLAN_KEYS = {
@@ -87,6 +87,20 @@ def build_model(
         name=name,
     )
     return build_network(cfg["layers"], shape, opts)
+
+
+def build_arm(cfg: DictConfig, name: str | None = None) -> nn.Module:
+    """The network of one run: ``cfg.model`` built as its ``bn``/``bn_position``/``norm``/``seed``
+    and its data's number of classes say."""
+    return build_model(
+        cfg.model,
+        bn=cfg.bn,
+        bn_position=cfg.bn_position,
+        norm=cfg.norm,
+        num_classes=int(cfg.data.num_classes),
+        seed=cfg.seed,
+        name=name,
+    )
 
 
 def _build_target(cfg: dict, name: str, shape, *, bn: bool, num_classes: int) -> nn.Module:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from bn_compare.data import MNISTDataModule
-from bn_compare.models import build_model, input_shape
+from bn_compare.models import build_arm, input_shape
 from bn_compare.training.divergence import DivergenceMonitor
 from bn_compare.training.module import Classifier, configure_speed
 
@@ -102,15 +102,7 @@ def train(
     logging.getLogger("lightning").handlers.clear()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model_name = choices.get("model", "model")
-    net = build_model(
-        cfg.model,
-        bn=cfg.bn,
-        bn_position=cfg.bn_position,
-        norm=cfg.norm,
-        num_classes=cfg.data.num_classes,
-        seed=cfg.seed,
-        name=model_name,
-    )
+    net = build_arm(cfg, model_name)
     module = Classifier(net, instantiate(cfg.optimizer), num_classes=cfg.data.num_classes)
     configure_speed(module, cfg.get("perf"))
     datamodule = build_datamodule(cfg)
