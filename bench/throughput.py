@@ -272,6 +272,8 @@ def main() -> None:
     p.add_argument("--out", help="write the Markdown report here")
     p.add_argument("--json", help="write the raw measurements here")
     args = p.parse_args()
+    # The end-to-end run starts in a temporary directory: make the data path absolute.
+    args.data_root = str(Path(args.data_root).resolve())
 
     register_resolvers()
     if args.threads:
