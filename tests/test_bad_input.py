@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ROOT
+from conftest import run_train
 
 CASES = {
     # arguments: what the error must say
@@ -36,15 +34,7 @@ def _run(args: str, cwd, data_root) -> subprocess.CompletedProcess:
     argv = args.split()
     if not any(a.startswith("data.root=") for a in argv):
         argv.append(f"data.root={data_root}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_train(argv, cwd, timeout=120)
 
 
 @pytest.fixture(scope="module")
