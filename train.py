@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bn_compare.launch import register_resolvers, resume_arguments, run_job
+from bn_compare.launch import check_composition, register_resolvers, resume_arguments, run_job
 
 register_resolvers()
 
@@ -28,4 +28,5 @@ if __name__ == "__main__":
     else:
         # resume=<run or sweep dir> continues it in place with its original overrides.
         sys.argv[1:] = resume_arguments(sys.argv[1:])
+        check_composition(Path(__file__).parent / "conf", sys.argv[1:])
         main()

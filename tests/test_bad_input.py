@@ -12,7 +12,8 @@ CASES = {
     # arguments: what the error must say
     "model=nope": "Could not find 'model/nope'",
     "optimizer=nope": "Could not find 'optimizer/nope'",
-    "data=nope": "Could not find 'data/nope'",
+    "data=nope": "Could not find 'data/nope' (known: fashion_mnist, mnist)",
+    "optimizer.lrr=3": "Could not override 'optimizer.lrr'. There is no such key; to append",
     "bn=maybe": "bn must be true or false, got 'maybe'",
     "batch_size=0": "batch_size must be a positive whole number, got 0",
     "batch_size=-3": "batch_size must be a positive whole number, got -3",

@@ -147,6 +147,24 @@ def resume_arguments(argv: list[str]) -> list[str]:
     return [*fixed, *task, *hydra_overrides, f"{dir_key}={path}", *rest]
 
 
+def check_composition(conf_dir: Path, argv: list[str]) -> None:
+    """Compose a single run's config before Hydra does, to report a bad override in one line.
+
+    Hydra's own report of an unknown config group option or key spans several lines;
+    multiruns are checked job by job in ``Preflight``. Command-line flags are left to Hydra.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(conf_dir.resolve()), version_base="1.3"):
+            compose("config", overrides=argv, return_hydra_config=True)
+    except HydraException as err:
+        fail(_composition_message(err))
+
+
 def fail(message: str, code: int = 2) -> None:
     """One readable line on stderr and a non-zero exit."""
     print(f"error: {message}", file=sys.stderr)
@@ -270,7 +288,11 @@ def _composition_message(err: Exception) -> str:
             if line.startswith("Config search path"):
                 break
             options.append(line)
-    return f"{lines[0]} (known: {', '.join(options)})" if options else lines[0]
+    if options:
+        return f"{lines[0]} (known: {', '.join(options)})"
+    if len(lines) > 1 and lines[1].startswith("To append"):
+        return f"{lines[0]} There is no such key; {lines[1][0].lower()}{lines[1][1:]}"
+    return lines[0]
 
 
 def run_job(cfg: DictConfig) -> float | None:
