@@ -26,6 +26,12 @@ TINY = [
 ]
 
 
+def sweep_dir(cwd: Path) -> Path:
+    """The one sweep directory a test's multirun created under ``cwd/outputs/multirun``."""
+    (sweep,) = (Path(cwd) / "outputs" / "multirun").glob("*/*")
+    return sweep
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     """A data root holding a small MNIST written by the tests (MNIST/raw/*-ubyte)."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
-from conftest import TINY
+from conftest import TINY, sweep_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SCALARS = {
@@ -23,12 +22,6 @@ SCALARS = {
 }
 
 
-def _sweep_dir(tmp_path: Path) -> Path:
-    (day,) = (tmp_path / "outputs" / "multirun").iterdir()
-    (sweep,) = day.iterdir()
-    return sweep
-
-
 def test_mission_command_trains_six_named_runs(train, tmp_path, mnist_root):
     result = train(
         [
@@ -43,7 +36,7 @@ def test_mission_command_trains_six_named_runs(train, tmp_path, mnist_root):
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _sweep_dir(tmp_path)
+    sweep = sweep_dir(tmp_path)
     names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     expected = sorted(
         f"model=lenet5,bn={bn},batch_size={bs}" for bn in ("true", "false") for bs in (32, 64, 128)

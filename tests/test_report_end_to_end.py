@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
-from conftest import TINY
+from conftest import TINY, sweep_dir
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from bn_compare.report.plots import figure_size
-
-
-def _sweep_dir(tmp_path: Path) -> Path:
-    (day,) = (tmp_path / "outputs" / "multirun").iterdir()
-    (sweep,) = day.iterdir()
-    return sweep
 
 
 def test_sweep_writes_report_hparams_and_activation_scalars(train, tmp_path, mnist_root):
@@ -36,7 +29,7 @@ def test_sweep_writes_report_hparams_and_activation_scalars(train, tmp_path, mni
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _sweep_dir(tmp_path)
+    sweep = sweep_dir(tmp_path)
 
     # The report, written by the multirun's end without being asked.
     text = (sweep / "summary.md").read_text()

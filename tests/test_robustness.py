@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, sweep_dir
 
 from bn_compare.launch import unique_dir
 
@@ -84,7 +84,7 @@ def test_diverging_run_is_recorded_and_the_sweep_goes_on(train, tmp_path, mnist_
         ]
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    sweep = sweep_dir(tmp_path)
     records = results(sweep)
     diverged = records["model=mlp,optimizer.lr=1e+30"]
     assert diverged["status"] == "diverged"
@@ -98,7 +98,7 @@ def test_a_crashing_job_does_not_stop_the_sweep(train, tmp_path, faulty):
     args, env = faulty
     result = train(["-m", *args, "bn=true,false", *FAST], env={**env, "CRASH_WHEN_BN": "1"})
     assert result.returncode != 0
-    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    sweep = sweep_dir(tmp_path)
     records = results(sweep)
     assert records["model=faulty,bn=true"]["status"] == "failed"
     assert "boom: injected failure" in records["model=faulty,bn=true"]["error"]
@@ -112,7 +112,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_result(train, tmp_path, 
     # Job 1 (bn=true) finishes in 9 training steps; Ctrl-C lands in epoch 2 of job 2.
     first = train(["-m", *run_args, "bn=true,false"], env={**env, "INTERRUPT_AT": "14"})
     assert first.returncode != 0
-    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    sweep = sweep_dir(tmp_path)
     before = results(sweep)
     assert before["model=faulty,bn=true"]["status"] == "ok"
     assert before["model=faulty,bn=false"]["status"] == "interrupted"
